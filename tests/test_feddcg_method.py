@@ -74,10 +74,10 @@ def test_stage_b_trains_global_prompt_domain_prompt_and_key_only(cfg, backbone):
 
 def test_payload_sends_only_what_the_stage_needs(cfg, backbone):
     prompts = build_prompts(cfg, backbone)
-    sent, trained = stage_payload_names(prompts, "A", 0)
+    sent, trained = stage_payload_names(prompts.state_dict(), prompts.num_domains, "A", 0)
     assert set(trained) <= set(sent)
     assert all(n.startswith("domains.0.") for n in sent)
-    sent, trained = stage_payload_names(prompts, "B", 1)
+    sent, trained = stage_payload_names(prompts.state_dict(), prompts.num_domains, "B", 1)
     assert set(trained) == {"global_prompt", "domains.1.prompt", "domains.1.key"}
     assert not any(n.startswith(("domains.0.generator", "domains.2.generator", "domains.0.prompt")) for n in sent)
 

@@ -233,5 +233,5 @@ def config_from_dict(data: dict, source: str = "<dict>") -> ExperimentConfig:
 
 
 def write_config(cfg: ExperimentConfig, path: str | Path, header: str = "") -> None:
-    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None, width=118)
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False, width=118)
     Path(path).write_text(header + text)

@@ -8,7 +8,7 @@ Prompt for domain m, class j: [P_D^m][f_theta_m(T)] <name_j>.   Global prompt: [
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -42,13 +42,14 @@ def build_prompts(cfg: ExperimentConfig, backbone: FrozenCLIP) -> FedDCGPrompts:
     return FedDCGPrompts(sizes, len(cfg.data.training_domains), domain_init, global_init)
 
 
-def stage_payload_names(prompts: FedDCGPrompts, stage: str, domain_index: int) -> tuple[list[str], list[str]]:
-    """(names sent to a domain-m site, names it trains and returns) for a stage.
+def stage_payload_names(parameter_names: Iterable[str], num_domains: int, stage: str,
+                        domain_index: int) -> tuple[list[str], list[str]]:
+    """(names sent to a domain-m site, names it trains and returns) for a stage, from the model's parameter names.
 
     A: f_theta_m is trained; P_D^m travels along because the prompt needs it.
     B: P_G, P_D^m and k_m are trained; f_theta_m and every domain key travel along (the key loss needs them all).
     """
-    names = list(prompts.state_dict())
+    names = list(parameter_names)
     own = f"domains.{domain_index}."
     if stage == "A":
         trained = [n for n in names if n.startswith(own + "generator.")]
@@ -56,7 +57,7 @@ def stage_payload_names(prompts: FedDCGPrompts, stage: str, domain_index: int) -
     if stage == "B":
         trained = ["global_prompt", own + "prompt", own + "key"]
         sent = trained + [n for n in names if n.startswith(own + "generator.")]
-        sent += [f"domains.{m}.key" for m in range(prompts.num_domains) if m != domain_index]
+        sent += [f"domains.{m}.key" for m in range(num_domains) if m != domain_index]
         return sent, trained
     raise ValueError(f"unknown stage {stage!r}")
 
@@ -97,7 +98,7 @@ def train_stage_a(cfg: ExperimentConfig, backbone: FrozenCLIP, prompts: FedDCGPr
                   features: torch.Tensor, labels: torch.Tensor, round_index: int,
                   generator: torch.Generator) -> LocalResult:
     """Eqs. 2-4 for f_theta_m: cross-entropy of CLIP-scaled cosine logits over the site's classes."""
-    _, trained = stage_payload_names(prompts, "A", m)
+    _, trained = stage_payload_names(prompts.state_dict(), prompts.num_domains, "A", m)
     params = only_trainable(prompts, trained)
     scale = backbone.logit_scale
 
@@ -114,7 +115,7 @@ def train_stage_b(cfg: ExperimentConfig, backbone: FrozenCLIP, prompts: FedDCGPr
                   generator: torch.Generator) -> LocalResult:
     """P_G and P_D^m each as a classifier of their own, plus the domain key k_m (when domain_similarity is key)
     trained to recognize this site's images as domain m among the M keys (the others fixed)."""
-    _, trained = stage_payload_names(prompts, "B", m)
+    _, trained = stage_payload_names(prompts.state_dict(), prompts.num_domains, "B", m)
     use_key = cfg.inference.domain_similarity == "key" and prompts.num_domains > 1
     if not use_key:
         trained = [n for n in trained if not n.endswith(".key")]
