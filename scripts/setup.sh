@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One-time set-up on a fresh machine: a virtual environment in .venv with the plugin (editable) and its
-# dependencies, then the job folders generated from app_configs/. Safe to re-run; it only does what is missing.
+# Set-up on a fresh machine: a virtual environment in .venv with the plugin (editable) and its dependencies, and the
+# plugin copied into each job's app/custom/ (BYOC; generated, never committed). Safe to re-run: pip skips what is
+# installed. Committed job files are not touched: after editing app_configs/, run `.venv/bin/feddcg-jobgen --all`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -8,7 +9,6 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
     .venv/bin/python -m pip install --quiet --upgrade pip
 fi
-# pip skips what is already satisfied, so a re-run costs seconds.
 .venv/bin/python -m pip install --quiet -e ".[test]"
-.venv/bin/feddcg-jobgen --all
+.venv/bin/feddcg-jobgen --all --custom-only
 echo "set-up done: activate with 'source .venv/bin/activate'"

@@ -51,25 +51,25 @@ def test_same_seed_same_initial_model(cfg, backbone):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_stage_a_trains_only_the_domain_generator(cfg, backbone):
+def parameters_changed_by(step, cfg, backbone, m):
+    """Names of the prompt parameters one local round of `step` on domain m changes."""
     prompts = build_prompts(cfg, backbone)
     before = {k: v.clone() for k, v in prompts.state_dict().items()}
-    task = ClassTask.build(backbone, prompts.sizes, NAMES)
     feats, labels = toy_features(backbone)
-    train_stage_a(cfg, backbone, prompts, 1, task, feats, labels, 0, torch.Generator().manual_seed(0))
-    changed = {k for k, v in prompts.state_dict().items() if not torch.equal(v, before[k])}
+    step(cfg, backbone, prompts, m, ClassTask.build(backbone, prompts.sizes, NAMES), feats, labels, 0,
+         torch.Generator().manual_seed(0))
+    return {k for k, v in prompts.state_dict().items() if not torch.equal(v, before[k])}
+
+
+def test_stage_a_trains_only_the_domain_generator(cfg, backbone):
+    changed = parameters_changed_by(train_stage_a, cfg, backbone, 1)
     assert changed and all(k.startswith("domains.1.generator.") for k in changed)
     assert all(p.grad is None for p in backbone.model.parameters())
 
 
 def test_stage_b_trains_global_prompt_domain_prompt_and_key_only(cfg, backbone):
-    prompts = build_prompts(cfg, backbone)
-    before = {k: v.clone() for k, v in prompts.state_dict().items()}
-    task = ClassTask.build(backbone, prompts.sizes, NAMES)
-    feats, labels = toy_features(backbone)
-    train_stage_b(cfg, backbone, prompts, 2, task, feats, labels, 0, torch.Generator().manual_seed(0))
-    changed = {k for k, v in prompts.state_dict().items() if not torch.equal(v, before[k])}
-    assert changed == {"global_prompt", "domains.2.prompt", "domains.2.key"}
+    assert parameters_changed_by(train_stage_b, cfg, backbone, 2) == {"global_prompt", "domains.2.prompt",
+                                                                      "domains.2.key"}
 
 
 def test_payload_sends_only_what_the_stage_needs(cfg, backbone):

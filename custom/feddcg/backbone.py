@@ -181,13 +181,12 @@ def _hub_hint(model: str, pretrained: str) -> str:
     )
 
 
-def resolve_device(device: str = "auto", local_rank_gpu: str | None = None) -> torch.device:
-    """"auto": the GPU NVFlare assigned (CUDA_VISIBLE_DEVICES / -gpu) when CUDA is present, else the CPU."""
+def resolve_device(device: str = "auto") -> torch.device:
+    """"auto": CUDA when present, else the CPU. The simulator's -gpu flag sets CUDA_VISIBLE_DEVICES for each site's
+    process, so "cuda" is the GPU NVFlare assigned to the site."""
     if device != "auto":
         return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device(f"cuda:{local_rank_gpu}" if local_rank_gpu else "cuda")
-    return torch.device("cpu")
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def load_backbone(spec: BackboneSpec = BackboneSpec(), device: torch.device | str = "cpu") -> FrozenCLIP:

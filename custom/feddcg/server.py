@@ -107,11 +107,10 @@ class ServerState:
             sizes = [u.num_samples for u in group]
             prefix = f"domains.{m}."
             if stage == "A":
-                _, trained = stage_payload_names(self.global_state, self.num_domains, "A", m)
-                names = [n[len(prefix):] for n in trained]
-                current = {n: self.global_state[prefix + n] for n in names}
-                new_state.update(prefixed(fedavg_update(current, [select(u.update, prefix) for u in group], sizes),
-                                          prefix))
+                generator = prefix + "generator."
+                averaged = fedavg_update(select(self.global_state, generator),
+                                         [select(u.update, generator) for u in group], sizes)
+                new_state.update(prefixed(averaged, generator))
             else:
                 eq5 = domain_wise_update({"prompt": self.global_state[prefix + "prompt"],
                                           "key": self.global_state[prefix + "key"]},

@@ -17,20 +17,21 @@ import json
 import math
 import time
 
+from nvflare.apis.analytix import AnalyticsDataType
 from nvflare.apis.client import Client
 from nvflare.apis.controller_spec import ClientTask, Task
 from nvflare.apis.fl_constant import ReturnCode
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable
 from nvflare.apis.signal import Signal
-from nvflare.apis.analytix import AnalyticsDataType
 from nvflare.apis.utils.analytix_utils import create_analytic_dxo, send_analytic_dxo
 from nvflare.app_common.app_constant import AppConstants
 from nvflare.app_common.workflows.scatter_and_gather import ScatterAndGather
 
-from feddcg.config import ExperimentConfig
-from feddcg.data.partition import class_split, plan_sites
+from feddcg.backbone import BackboneError
+from feddcg.config import ConfigError, ExperimentConfig
 from feddcg.data.datasets import open_dataset
+from feddcg.data.partition import class_split, plan_sites
 from feddcg.evaluation import build_results, results_markdown, sum_counts
 from feddcg.flare.messages import evaluate_request, parse_evaluate_reply, parse_train_reply, train_request
 from feddcg.flare.persistor import from_learnable, to_learnable
@@ -57,6 +58,12 @@ class FedDCGController(ScatterAndGather):
     # --- set-up -----------------------------------------------------------------------------------------------
     def start_controller(self, fl_ctx: FLContext) -> None:
         self._phase = AppConstants.PHASE_INIT
+        try:
+            self._start(fl_ctx)
+        except (ConfigError, BackboneError) as err:  # bad settings or weights: say so and stop the job cleanly
+            self.system_panic(str(err), fl_ctx)
+
+    def _start(self, fl_ctx: FLContext) -> None:
         self.cfg = job_config(fl_ctx, self.config_file)
         self._num_rounds = self.cfg.training.rounds
         self._min_clients = self.cfg.data.num_sites

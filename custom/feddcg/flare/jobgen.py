@@ -3,6 +3,7 @@
     feddcg-jobgen --all                       # every app_configs/*.yaml -> jobs/<name>/
     feddcg-jobgen app_configs/feddcg.yaml     # one job
     feddcg-jobgen --all --check               # exit 1 if a committed job differs from what generation gives
+    feddcg-jobgen --all --custom-only         # only (re)write the BYOC copies in the jobs' app/custom/ (set-up)
 
 A job folder holds NVFlare's wiring (meta.json, config_fed_server.json, config_fed_client.json), the resolved
 experiment config (app/config/experiment.yaml, every default filled in) and, in app/custom/, a copy of this plugin
@@ -119,6 +120,8 @@ def main(argv=None) -> int:
     parser.add_argument("--all", action="store_true", help="every app_configs/*.yaml")
     parser.add_argument("--jobs-dir", type=Path, default=REPO_ROOT / "jobs")
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 when a job is out of date")
+    parser.add_argument("--custom-only", action="store_true",
+                        help="only refresh the BYOC plugin copies (committed job files are left as they are)")
     args = parser.parse_args(argv)
     configs = list(args.configs) + (sorted((REPO_ROOT / "app_configs").glob("*.yaml")) if args.all else [])
     if not configs:
@@ -129,7 +132,12 @@ def main(argv=None) -> int:
             print(f"out of date: {path} (run feddcg-jobgen --all)", file=sys.stderr)
         return 1 if stale else 0
     for config in configs:
-        print(f"generated {generate(config, args.jobs_dir)} from {config}")
+        if args.custom_only:
+            custom = args.jobs_dir / load_config(config).name / "app/custom"
+            copy_plugin(custom)
+            print(f"refreshed {custom}")
+        else:
+            print(f"generated {generate(config, args.jobs_dir)} from {config}")
     return 0
 
 

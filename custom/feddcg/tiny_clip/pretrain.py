@@ -22,8 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from feddcg.backbone import BackboneSpec, FrozenCLIP
 from feddcg.data import synthetic_world as world
 from feddcg.tiny_clip import BUNDLED_DIR, MODEL_CFG, save_compact
+from feddcg.tiny_clip.headroom import zero_shot_table
 
 STYLE_WORDS = {"photo": "photo", "sketch": "sketch", "clipart": "clipart", "painting": "painting", "neon": "neon sign"}
 PLAIN_TEMPLATES = ("a {}.", "a picture of a {}.", "{}.")
@@ -103,27 +105,6 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
-@torch.no_grad()
-def zero_shot_report(model, tokenizer, mean, std, seed: int, per_class: int = 4) -> dict:
-    """256-way zero-shot accuracy per style, on seen and held-out compositions, with 'a photo of a {c}.'."""
-    model.eval()
-    names = world.class_names()
-    text = F.normalize(model.encode_text(tokenizer([f"a photo of a {n}." for n in names])), dim=-1)
-    held = set(world.held_out_compositions())
-    report = {}
-    for style in world.STYLES:
-        cls_ids = np.repeat(np.arange(len(names)), per_class)
-        img_ids = np.tile(np.arange(per_class), len(names)) + 100_000  # indices never used in pretraining
-        images = world.render_batch(style, cls_ids, img_ids, seed=seed)
-        x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - mean) / std
-        feats = F.normalize(model.encode_image(x), dim=-1)
-        pred = (feats @ text.T).argmax(dim=1).numpy()
-        correct = pred == cls_ids
-        is_held = np.isin(cls_ids, list(held))
-        report[style] = {"seen": float(correct[~is_held].mean() * 100), "held_out": float(correct[is_held].mean() * 100)}
-    return report
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=BUNDLED_DIR)
@@ -181,7 +162,9 @@ def main(argv=None):
     used_rows = (model.token_embedding.weight.detach() != initial_tokens).any(dim=1).nonzero().flatten()
     preprocess = {"mean": mean.flatten().tolist(), "std": std.flatten().tolist(), "size": MODEL_CFG["vision_cfg"]["image_size"],
                   "interpolation": "bicubic", "resize_mode": "shortest"}
-    report = zero_shot_report(model, tokenizer, mean, std, seed=args.seed + 7)
+    frozen = FrozenCLIP(model, tokenizer, mean.flatten().tolist(), std.flatten().tolist(),
+                        MODEL_CFG["vision_cfg"]["image_size"], BackboneSpec("just-pretrained"))
+    report = zero_shot_table(frozen)
     args.out.mkdir(parents=True, exist_ok=True)
     save_compact(model, used_rows, args.out)
     config = {"model_cfg": MODEL_CFG, "preprocess_cfg": preprocess}
