@@ -87,24 +87,24 @@ class Site:
         names = [self.dataset.class_names[c] for c in self.plan.classes]
         return ClassTask.build(self.backbone, prompt_sizes(self.cfg, self.backbone), names)
 
-    def _fresh_prompts(self):
-        return build_prompts(self.cfg, self.backbone).to(self.backbone.device)
+    def _prompts_with(self, received: Mapping[str, torch.Tensor], stage: str | None = None):
+        """A fresh model holding the received parameters; with a stage, also (sent, trained) names of its payload.
 
-    def _load(self, received: Mapping[str, torch.Tensor], expected: list[str]):
-        prompts = self._fresh_prompts()
-        reference = {k: v for k, v in prompts.state_dict().items() if k in expected}
+        The received names must be exactly what the server sends for the stage (everything when evaluating)."""
+        prompts = build_prompts(self.cfg, self.backbone).to(self.backbone.device)
+        state = prompts.state_dict()
+        sent, trained = (stage_payload_names(state, prompts.num_domains, stage, self.plan.domain_index)
+                         if stage else (list(state), []))
         try:
-            validate_update(received, reference)
+            validate_update(received, {k: state[k] for k in sent})
         except InvalidUpdate as err:
             raise InvalidUpdate(f"{self.name}: the server's parameters do not fit this model: {err}") from err
         prompts.load_state_dict({k: v.to(self.backbone.device) for k, v in received.items()}, strict=False)
-        return prompts
+        return prompts, trained
 
     def train(self, stage: str, round_index: int, received: Mapping[str, torch.Tensor]) -> TrainOutcome:
         m = self.plan.domain_index
-        prompts = self._fresh_prompts()
-        sent, trained = stage_payload_names(prompts.state_dict(), prompts.num_domains, stage, m)
-        prompts = self._load(received, sent)
+        prompts, trained = self._prompts_with(received, stage)
         before = {k: v.detach().clone() for k, v in prompts.state_dict().items() if k in trained}
         features, labels = self.train_data
         generator = torch.Generator().manual_seed(hash_seed(self.cfg.seed, self.name, round_index))
@@ -115,21 +115,30 @@ class Site:
         return TrainOutcome(update=update, num_samples=len(labels), domain_index=m, result=result)
 
     def evaluate(self, global_state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, int]]:
-        """Counts of correct predictions per (domain, split, method) on this site's shard of the test set."""
-        prompts = self._load(global_state, list(self._fresh_prompts().state_dict()))
+        """Counts of correct predictions per (domain, split, method) on this site's shard of the test set.
+
+        Class texts depend on the split, not on the domain: each split's prompts are encoded once and all its test
+        images, whatever their domain, are classified in one pass."""
+        prompts, _ = self._prompts_with(global_state)
         names = self.dataset.class_names
+        shard = eval_shard(self.cfg, self.split, self.name)
         counts: dict[str, tuple[int, int]] = {}
-        groups: dict[tuple[str, str], list] = {}
-        for item in eval_shard(self.cfg, self.split, self.name):
-            groups.setdefault((item.domain, item.split), []).append(item)
-        for (domain, split_name), items in sorted(groups.items()):
-            classes = self.split.base if split_name == "base" else self.split.new
+        for split_name, classes in (("base", self.split.base), ("new", self.split.new)):
             position = {c: k for k, c in enumerate(classes)}
-            features = self._features(domain, [i.class_index for i in items], [i.image_index for i in items])
-            labels = torch.tensor([position[i.class_index] for i in items])
+            domains = sorted({i.domain for i in shard if i.split == split_name})
+            groups = {d: [i for i in shard if i.split == split_name and i.domain == d] for d in domains}
+            if not domains:
+                continue
+            features = torch.cat([self._features(d, [i.class_index for i in groups[d]],
+                                                 [i.image_index for i in groups[d]]) for d in domains])
+            labels = torch.tensor([position[i.class_index] for d in domains for i in groups[d]])
+            domain_ids = torch.tensor([k for k, d in enumerate(domains) for _ in groups[d]])
             task = ClassTask.build(self.backbone, prompts.sizes, [names[c] for c in classes])
             for method, pred in predict(self.cfg, self.backbone, prompts, task, features).items():
-                counts[count_key(domain, split_name, method)] = (int((pred == labels).sum()), len(labels))
+                hit = pred == labels
+                for k, d in enumerate(domains):
+                    mask = domain_ids == k
+                    counts[count_key(d, split_name, method)] = (int(hit[mask].sum()), int(mask.sum()))
         return counts
 
 
