@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,7 +161,7 @@ def _coerce(hint, value, path: str, source: str):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{source}: {path} must be a list, got {value!r}")
         return tuple(_coerce(args[0], v, path, source) for v in value)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         hint = next(a for a in args if a is not type(None))
