@@ -1,6 +1,5 @@
 import importlib
 import json
-from pathlib import Path
 
 from feddcg.flare.jobgen import REPO_ROOT, differences, generate
 

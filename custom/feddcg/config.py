@@ -200,7 +200,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     _check(t.rounds >= 1, s, "training.rounds must be >= 1")
     _check(len(t.stage_pattern) >= 1 and set(t.stage_pattern) <= {"A", "B"}, s,
            f"training.stage_pattern must be letters A and B, got {t.stage_pattern!r}")
-    _check(t.lr_schedule in ("cosine", "constant"), s, f"training.lr_schedule must be cosine or constant")
+    _check(t.lr_schedule in ("cosine", "constant"), s,
+           f"training.lr_schedule must be cosine or constant, got {t.lr_schedule!r}")
     _check(t.lr > 0 and t.batch_size >= 1 and t.local_epochs >= 1, s,
            "training.lr, batch_size and local_epochs must be positive")
     _check(a.beta_a > 0 and a.beta_b > 0, s, "aggregation.beta_a and beta_b must be positive")

@@ -6,9 +6,10 @@ checked and aggregated by `feddcg.server.ServerState` in site order, so a run do
 After the last round every site evaluates the global model on its share of the test set; the summed counts become
 results.json / results.md in the server's app folder, and the table is printed in the server log.
 
-From ScatterAndGather this keeps its arguments (min_clients, train_timeout, task_check_period, persist_every_n_rounds,
-...), its phase / current-round bookkeeping (admin `show_stats`) and its snapshot hooks (resume); the global model
-lives in a FedDCGPersistor, which saves the whole server state every round.
+From ScatterAndGather this keeps its task_check_period and persist_every_n_rounds arguments, its phase /
+current-round bookkeeping (admin `show_stats`) and its snapshot hooks (resume). Rounds, sites and train_timeout come
+from experiment.yaml, the single source of settings. The global model lives in a FedDCGPersistor, which saves the
+whole server state every round.
 """
 
 from __future__ import annotations
@@ -42,12 +43,12 @@ from feddcg.server import ServerState, SiteUpdate
 class FedDCGController(ScatterAndGather):
     def __init__(self, config_file: str = "experiment.yaml", persistor_id: str = "persistor",
                  train_task_name: str = AppConstants.TASK_TRAIN, evaluate_task_name: str = AppConstants.TASK_VALIDATION,
-                 train_timeout: int = 0, task_check_period: float = 0.5, persist_every_n_rounds: int = 1,
+                 task_check_period: float = 0.5, persist_every_n_rounds: int = 1,
                  results_file: str = "results.json"):
-        # rounds and sites come from the experiment config at start; the values here are placeholders
+        # rounds, sites and train_timeout come from the experiment config at start; the values here are placeholders
         super().__init__(min_clients=1, num_rounds=1, wait_time_after_min_received=0, aggregator_id="",
                          persistor_id=persistor_id, shareable_generator_id="", train_task_name=train_task_name,
-                         train_timeout=train_timeout, ignore_result_error=True, task_check_period=task_check_period,
+                         train_timeout=0, ignore_result_error=True, task_check_period=task_check_period,
                          persist_every_n_rounds=persist_every_n_rounds)
         self.config_file, self.evaluate_task_name, self.results_file = config_file, evaluate_task_name, results_file
         self.cfg: ExperimentConfig | None = None
@@ -67,8 +68,7 @@ class FedDCGController(ScatterAndGather):
         self.cfg = job_config(fl_ctx, self.config_file)
         self._num_rounds = self.cfg.training.rounds
         self._min_clients = self.cfg.data.num_sites
-        if self.cfg.aggregation.train_timeout:
-            self._train_timeout = int(math.ceil(self.cfg.aggregation.train_timeout))
+        self._train_timeout = int(math.ceil(self.cfg.aggregation.train_timeout))
         self.persistor = self._engine.get_component(self.persistor_id)
         if self.persistor is None:
             self.system_panic(f"no persistor component with id {self.persistor_id!r} in config_fed_server.json", fl_ctx)

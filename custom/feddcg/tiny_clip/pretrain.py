@@ -164,7 +164,7 @@ def main(argv=None):
                   "interpolation": "bicubic", "resize_mode": "shortest"}
     frozen = FrozenCLIP(model, tokenizer, mean.flatten().tolist(), std.flatten().tolist(),
                         MODEL_CFG["vision_cfg"]["image_size"], BackboneSpec("just-pretrained"))
-    report = zero_shot_table(frozen)
+    report = zero_shot_table(frozen, seed=args.seed + 7)
     args.out.mkdir(parents=True, exist_ok=True)
     save_compact(model, used_rows, args.out)
     config = {"model_cfg": MODEL_CFG, "preprocess_cfg": preprocess}
